@@ -3,7 +3,9 @@
 
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "commands.h"
 #include "lic/error.h"
@@ -31,7 +33,15 @@ torch::Device setup_runtime(const cxxopts::ParseResult& r) {
 }
 
 bool parse_or_help(cxxopts::Options& opts, int argc, char** argv, cxxopts::ParseResult& out) {
-  out = opts.parse(argc, argv);
+  // cxxopts needs two letters in a long option; the papers' --N / --M are spelled
+  // --N-channels / --M-channels internally.
+  std::vector<std::string> args(argv, argv + argc);
+  for (auto& a : args)
+    for (const char* k : {"--N", "--M"})
+      if (a == k || a.rfind(std::string(k) + "=", 0) == 0) a.insert(3, "-channels");
+  std::vector<char*> ptrs;
+  for (auto& a : args) ptrs.push_back(a.data());
+  out = opts.parse(static_cast<int>(ptrs.size()), ptrs.data());
   if (out.count("help")) {
     std::printf("%s\n", opts.help().c_str());
     return false;

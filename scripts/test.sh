@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: install what is missing, build, run every test with ctest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install_deps.sh --test
+scripts/build.sh
+cd build
+ctest --output-on-failure -j "${CTEST_JOBS:-1}" "$@"

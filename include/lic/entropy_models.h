@@ -12,6 +12,13 @@
 
 namespace lic {
 
+// Time spent inside the rANS coder (all entropy models of the process), for `lic bench`.
+struct CodingClock {
+  static double encode_s, decode_s;
+  static int64_t symbols;
+  static void reset() { encode_s = decode_s = 0, symbols = 0; }
+};
+
 // What CompressAI calls EntropyModel: the quantized CDF tables (_quantized_cdf,
 // _cdf_length, _offset) and the likelihood lower bound.
 struct EntropyModelImpl : torch::nn::Module {

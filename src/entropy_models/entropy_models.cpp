@@ -1,5 +1,6 @@
 #include "lic/entropy_models.h"
 
+#include <chrono>
 #include <cmath>
 #include <limits>
 
@@ -29,6 +30,9 @@ double normal_quantile(double p) {
 torch::Tensor int_buffer() { return torch::zeros({0}, torch::kInt32); }
 
 }  // namespace
+
+double CodingClock::encode_s = 0, CodingClock::decode_s = 0;
+int64_t CodingClock::symbols = 0;
 
 torch::Tensor standardized_cumulative(const torch::Tensor& x) {
   return 0.5 * torch::erfc(-std::pow(2.0, -0.5) * x);
@@ -108,13 +112,21 @@ std::vector<uint8_t> EntropyModelImpl::encode(const torch::Tensor& values, const
   auto i = indexes.reshape(-1).cpu().to(torch::kInt32).contiguous();
   std::vector<int32_t> vv(v.data_ptr<int32_t>(), v.data_ptr<int32_t>() + v.numel());
   std::vector<int32_t> ii(i.data_ptr<int32_t>(), i.data_ptr<int32_t>() + i.numel());
-  return ec::rans_encode(vv, ii, tables());
+  auto t = tables();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto out = ec::rans_encode(vv, ii, t);
+  CodingClock::encode_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CodingClock::symbols += static_cast<int64_t>(vv.size());
+  return out;
 }
 
 torch::Tensor EntropyModelImpl::decode(const std::vector<uint8_t>& stream, const torch::Tensor& indexes) const {
   auto i = indexes.reshape(-1).cpu().to(torch::kInt32).contiguous();
   std::vector<int32_t> ii(i.data_ptr<int32_t>(), i.data_ptr<int32_t>() + i.numel());
-  auto out = ec::rans_decode(stream.data(), stream.size(), ii, tables());
+  auto t = tables();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto out = ec::rans_decode(stream.data(), stream.size(), ii, t);
+  CodingClock::decode_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return torch::tensor(out, torch::kInt32).reshape(indexes.sizes()).to(indexes.device());
 }
 

@@ -6,7 +6,10 @@
 #include <cmath>
 #include <csignal>
 #include <filesystem>
+#include <cstdlib>
 #include <fstream>
+#include <set>
+#include <sstream>
 
 #include "lic/atomic_file.h"
 #include "lic/checkpoint.h"
@@ -73,6 +76,12 @@ void set_lr(torch::optim::Optimizer& opt, double lr) {
 class Trainer {
  public:
   Trainer(const TrainConfig& cfg, Collective* dist) : cfg_(cfg), dist_(dist) {
+    // LIC_TEST_INJECT_NAN=5,6,7 makes those steps' loss NaN (tests of the NaN guard).
+    if (const char* e = std::getenv("LIC_TEST_INJECT_NAN")) {
+      std::stringstream ss(e);
+      for (std::string tok; std::getline(ss, tok, ',');)
+        if (!tok.empty()) inject_nan_.insert(std::stoll(tok));
+    }
     lambda_ = cfg.quality > 0 ? lambda_for_quality(cfg.metric, cfg.quality) : cfg.lambda;
     rank0_ = !dist_ || dist_->rank() == 0;
     world_ = dist_ ? dist_->world_size() : 1;
@@ -111,6 +120,7 @@ class Trainer {
   std::chrono::steady_clock::time_point w_start_, run_start_;
   int64_t run_start_step_ = 0;
   double last_window_loss_ = 0;
+  std::set<int64_t> inject_nan_;
 };
 
 void Trainer::setup() {
@@ -403,6 +413,19 @@ TrainResult Trainer::run() {
   run_start_step_ = step_;
   auto main_params = model_->main_parameters();
   auto aux_params = model_->aux_parameters();
+  // After every step, skipped or not: schedule, logging, validation, checkpoints.
+  auto periodic = [this] {
+    for (auto m : cfg_.lr_milestones)
+      if (m == step_) {
+        lr_ *= cfg_.lr_gamma;
+        set_lr(*opt_, lr_);
+        if (rank0_) spdlog::info("step {}: learning rate -> {:g}", step_, lr_);
+      }
+    const bool last = step_ == cfg_.steps;
+    if (step_ % cfg_.log_every == 0 || last) log_window(last);
+    if (step_ % cfg_.val_every == 0 || last) validate();
+    if (step_ % cfg_.ckpt_every == 0 || last) save("last.ckpt");
+  };
   while (step_ < cfg_.steps) {
     if (g_signal) break;
     auto batch = loader_->next();
@@ -423,8 +446,9 @@ TrainResult Trainer::run() {
         if (p.grad().defined()) grads.push_back(p.grad());
       dist_->all_reduce_mean(grads);
     }
-    const double norm = torch::nn::utils::clip_grad_norm_(main_params, cfg_.clip_max_norm);
-    const double loss_v = t.loss.item<double>();
+    double norm = torch::nn::utils::clip_grad_norm_(main_params, cfg_.clip_max_norm);
+    double loss_v = t.loss.item<double>();
+    if (inject_nan_.count(step_ + 1)) loss_v = norm = NAN;  // fault-injection hook for tests
     // NaN/Inf guard: the step is skipped so the weights stay those of the last good step.
     double bad = (!std::isfinite(loss_v) || !std::isfinite(norm)) ? 1.0 : 0.0;
     if (dist_) {  // all ranks must agree to skip
@@ -444,6 +468,7 @@ TrainResult Trainer::run() {
       }
       spdlog::warn("step {}: non-finite loss or gradient, step skipped ({} in a row)", step_ + 1, bad_run_);
       ++step_;
+      periodic();
       continue;
     }
     bad_run_ = 0;
@@ -477,17 +502,7 @@ TrainResult Trainer::run() {
     ++w_steps_;
     w_images_ += B;
     ++step_;
-
-    for (auto m : cfg_.lr_milestones)
-      if (m == step_) {
-        lr_ *= cfg_.lr_gamma;
-        set_lr(*opt_, lr_);
-        if (rank0_) spdlog::info("step {}: learning rate -> {:g}", step_, lr_);
-      }
-    const bool last = step_ == cfg_.steps;
-    if (step_ % cfg_.log_every == 0 || last) log_window(last);
-    if (step_ % cfg_.val_every == 0 || last) validate();
-    if (step_ % cfg_.ckpt_every == 0 || last) save("last.ckpt");
+    periodic();
   }
   if (g_signal) {
     log_window(true);

@@ -115,6 +115,34 @@ ArchiveInfo peek_archive(const std::vector<uint8_t>& raw) {
   return info;
 }
 
+// A torch.save'd dict of tensors. Python's nn.Module.state_dict() is a
+// collections.OrderedDict, which LibTorch's unpickler cannot rebuild (it reads plain dicts
+// only): say so, with the one-line fix, instead of "truncated or foreign".
+TensorDict load_python_dict(const std::string& path, const std::vector<uint8_t>& raw) {
+  try {
+    return parse_tensor_dict(std::vector<char>(raw.begin(), raw.end()), path);
+  } catch (const Error&) {
+    static const std::string od = "collections\nOrderedDict";
+    if (std::search(raw.begin(), raw.end(), od.begin(), od.end()) != raw.end())
+      throw Error(path + ": holds a Python OrderedDict (torch.save(net.state_dict())), which LibTorch cannot read; "
+                         "save a plain dict instead: torch.save(dict(net.state_dict()), \"" +
+                  fs::path(path).filename().string() + "\")");
+    throw;
+  }
+}
+
+// The architecture a normalized CompressAI state dict looks like ("" if unknown).
+std::string guess_arch(const TensorDict& d) {
+  torch::Tensor ga6, hs4;
+  for (const auto& [k, t] : d) {
+    if (k == "g_a.6.weight") ga6 = t;
+    if (k == "h_s.4.weight") hs4 = t;
+  }
+  if (!ga6.defined() || ga6.dim() != 4) return "";
+  if (!hs4.defined()) return "factorized";
+  return hs4.size(0) == 2 * ga6.size(0) ? "mean-scale" : "hyperprior";
+}
+
 bool is_lic_weights(const TensorDict& d) {
   for (const auto& kv : d)
     if (kv.first.rfind("state.", 0) == 0) return true;
@@ -247,7 +275,7 @@ int cmd_import(int argc, char** argv) {
   check(lambda >= 0.0 && std::isfinite(lambda), "--lambda must be >= 0");
   check_output(out, in, r.count("force") > 0);
 
-  auto sd = load_tensor_dict(in);
+  auto sd = load_python_dict(in, read_file(in));
   check(!sd.empty(), in + ": no tensors in the file (not a CompressAI state dict)");
   const auto norm = normalize_compressai_keys(sd);
   bool has_ga = false;
@@ -258,7 +286,10 @@ int cmd_import(int argc, char** argv) {
   try {
     model = model_from_compressai(sd, arch, N, M);
   } catch (const Error& e) {
-    throw Error(in + " (--arch " + compressai_name(arch) + "): " + e.what());
+    const auto guess = guess_arch(norm);
+    throw Error(in + " does not fit --arch " + compressai_name(arch) +
+                (!guess.empty() && guess != arch ? " (its keys look like " + compressai_name(guess) + ")" : "") +
+                ": " + e.what());
   }
   model->eval();
 
@@ -282,7 +313,8 @@ int cmd_import(int argc, char** argv) {
   meta.metric = metric;
   export_model(out, *model, meta);
   ModelMeta written;
-  load_model(out, &written);  // read back: fails loudly rather than leaving a bad file unnoticed
+  load_model(out, &written);  // read back: a file that does not reload is an error now, not later
+  check(written.fingerprint == model->fingerprint(), out + ": written model does not reload identically");
   std::printf("imported %s (%s, N=%" PRId64 ", M=%" PRId64 ", %zu tensors%s) to %s (fingerprint %s)\n", in.c_str(),
               compressai_name(arch).c_str(), meta.N, meta.M, sd.size(),
               model->gaussian_conditional
@@ -357,15 +389,12 @@ nlohmann::json info_model(const std::string& path, const ArchiveInfo& a) {
 nlohmann::json info_compressai(const std::string& path, const TensorDict& sd) {
   const auto d = normalize_compressai_keys(sd);
   auto [N, M] = infer_sizes(d);
-  torch::Tensor hs4, table;
+  torch::Tensor table;
   bool legacy = false;
-  for (const auto& [k, t] : d) {
-    if (k == "h_s.4.weight") hs4 = t;
+  for (const auto& [k, t] : d)
     if (k == "gaussian_conditional.scale_table") table = t;
-  }
   for (const auto& kv : sd) legacy |= kv.first.find("entropy_bottleneck._matrix") != std::string::npos;
-  std::string arch = "factorized";
-  if (hs4.defined()) arch = hs4.size(0) == 2 * M ? "mean-scale" : "hyperprior";
+  const std::string arch = guess_arch(d);
   int64_t params = 0;
   for (const auto& kv : d) {
     const auto& k = kv.first;
@@ -459,7 +488,7 @@ int cmd_info(int argc, char** argv) {
     if (!a.kind.empty()) {
       j = info_model(path, a);
     } else {
-      const auto sd = parse_tensor_dict(std::vector<char>(raw.begin(), raw.end()), path);
+      const auto sd = load_python_dict(path, raw);
       check(!sd.empty(), path + ": a torch.save file without tensors (not a model)");
       try {
         j = info_compressai(path, sd);

@@ -12,7 +12,9 @@ constexpr std::array<uint8_t, 4> kLicMagic = {'L', 'I', 'C', '1'};
 constexpr uint8_t kFormatVersion = 1;
 
 struct DecodeLimits {
-  uint64_t max_pixels = 1ull << 28;     // 268 Mpx: refuse larger headers before allocating
+  // 67 Mpx (8192 x 8192): refuse larger headers before allocating anything; the synthesis
+  // transform needs ~N x 4 bytes per pixel at half resolution, so this bounds decoder memory.
+  uint64_t max_pixels = 1ull << 26;
   uint64_t max_stream_bytes = 1ull << 30;
 };
 

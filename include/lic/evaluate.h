@@ -91,7 +91,7 @@ ImageRecord evaluate_model_image(CompressionModel& m, const Image& img, const st
 ImageRecord evaluate_classic_image(const std::string& codec, int quality, const Image& img,
                                    const std::string& name);
 
-// Progress: called after each image with (done, total).
+// Progress: called after each image (all points of it) with (images done, images total).
 using EvalProgress = std::function<void(size_t done, size_t total)>;
 
 // Evaluates the images (paths; names are made relative to `root`) with each model as one

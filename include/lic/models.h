@@ -52,7 +52,7 @@ class CompressionModel : public torch::nn::Module {
   virtual std::vector<LatentSymbols> coded_symbols(const ForwardOutput& out) = 0;
   // x: (1, 3, H, W) with H, W multiples of 64. Streams in order {y, z}.
   virtual std::vector<std::vector<uint8_t>> compress(const torch::Tensor& x) = 0;
-  // Inverse of compress for an image of padded size H x W; returns x_hat (not clamped).
+  // Inverse of compress for an image of padded size H x W; returns x_hat clamped to [0, 1].
   virtual torch::Tensor decompress(const std::vector<std::vector<uint8_t>>& streams, int64_t H, int64_t W) = 0;
 
   torch::Tensor aux_loss() { return entropy_bottleneck->aux_loss(); }

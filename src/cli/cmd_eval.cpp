@@ -42,7 +42,7 @@ class Progress {
     const double rate = el > 0 ? double(done) / el : 0.0;
     const double eta = rate > 0 ? double(total - done) / rate : 0.0;
     const int bar = 20, fill = total ? int(bar * done / total) : bar;
-    std::fprintf(stderr, "%s%s [%s%s] %zu/%zu  %.2f/s  %s %s%s", tty_ ? "\r" : "", what_.c_str(),
+    std::fprintf(stderr, "%s%s [%s%s] image %zu/%zu  %.2f img/s  %s %s%s", tty_ ? "\r" : "", what_.c_str(),
                  std::string(fill, '#').c_str(), std::string(bar - fill, ' ').c_str(), done, total, rate,
                  last ? "took" : "ETA", clock(last ? el : eta).c_str(), tty_ && !last ? "   " : "\n");
     std::fflush(stderr);

@@ -147,6 +147,9 @@ torch::Tensor decode_image(CompressionModel& m, const LicFile& f) {
   } catch (const c10::Error& e) {
     throw Error(std::string("cannot decode .lic streams: ") + e.what_without_backtrace());
   }
+  // Symbols no encoder writes (a crafted file: valid CRC and fingerprint, huge escapes) can
+  // drive the synthesis to Inf/NaN, which clamp() keeps: refuse rather than output garbage.
+  check(torch::isfinite(x_hat).all().item<bool>(), "corrupt .lic streams: the decoded image is not finite");
   return crop_to(x_hat.clamp(0, 1), H, W);
 }
 

@@ -55,8 +55,8 @@ def first_key(results, keys):
     return None
 
 
-def load_report(path):
-    """Returns (name, [(bpp, psnr or nan, msssim or nan), ...])."""
+def load_reports(path):
+    """`lic eval --json` writes one report object, or an array of them for several curves."""
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such file")
     try:
@@ -66,6 +66,11 @@ def load_report(path):
         raise InputError(f"{path}: cannot read: {e}")
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: invalid JSON: {e}")
+    return [report_points(path, d) for d in (doc if isinstance(doc, list) else [doc])]
+
+
+def report_points(path, doc):
+    """Returns (name, [(bpp, psnr or nan, msssim or nan), ...])."""
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
         raise InputError(f"{path}: not an eval report (no \"results\" object)")
     res = doc["results"]
@@ -106,8 +111,8 @@ def main(argv=None):
     try:
         curves = {}  # name -> points, in first-seen order
         for path in args.reports:
-            name, pts = load_report(path)
-            curves.setdefault(name, []).extend(pts)
+            for name, pts in load_reports(path):
+                curves.setdefault(name, []).extend(pts)
     except InputError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1

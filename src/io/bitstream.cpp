@@ -1,6 +1,7 @@
 // The .lic container (see docs/FORMAT.md): little-endian header, length-prefixed streams and
 // a CRC32 trailer. parse() treats its input as hostile: every read is bounds-checked and the
 // sizes are checked against DecodeLimits before anything is allocated.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -191,6 +192,15 @@ LicFile parse(const uint8_t* data, size_t size, const DecodeLimits& limits) {
   if (pixels > limits.max_pixels)
     throw Error("image too large: " + std::to_string(h.height) + "x" + std::to_string(h.width) + " exceeds the limit of " +
                 std::to_string(limits.max_pixels) + " pixels");
+  // The codec decodes at the size padded to a multiple of 64 (kCodecPadMultiple, codec.h), so
+  // a 1 x 2^26 header would cost as much as a 64 x 2^26 image: bound that size as well (one
+  // 64 x 64 block is always allowed).
+  constexpr unsigned __int128 kPad = 64;
+  const unsigned __int128 padded = (h.height + kPad - 1) / kPad * kPad * ((h.width + kPad - 1) / kPad * kPad);
+  if (padded > std::max<unsigned __int128>(limits.max_pixels, kPad * kPad))
+    throw Error("image too large: " + std::to_string(h.height) + "x" + std::to_string(h.width) + " is decoded at " +
+                std::to_string((h.height + 63ull) / 64 * 64) + "x" + std::to_string((h.width + 63ull) / 64 * 64) +
+                " (multiples of 64), which exceeds the limit of " + std::to_string(limits.max_pixels) + " pixels");
   if (!valid_channels(h.channels))
     throw Error("corrupt .lic header: channels must be 1, 3 or 4, got " + std::to_string(h.channels));
   if (n_streams == 0 || n_streams > kMaxStreams)

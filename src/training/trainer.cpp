@@ -7,6 +7,7 @@
 #include <csignal>
 #include <filesystem>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -14,6 +15,7 @@
 #include "lic/atomic_file.h"
 #include "lic/checkpoint.h"
 #include "lic/data.h"
+#include "lic/distributed.h"
 #include "lic/error.h"
 #include "lic/image.h"
 #include "lic/metrics.h"
@@ -73,6 +75,28 @@ void set_lr(torch::optim::Optimizer& opt, double lr) {
   for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
 }
 
+// CDF tables are derived from the weights (update_tables) and their size varies: they are
+// not sent between ranks.
+bool is_table_buffer(const std::string& key) {
+  for (const char* s : {"_quantized_cdf", "_cdf_length", "_offset"}) {
+    const size_t n = std::strlen(s);
+    if (key.size() >= n && key.compare(key.size() - n, n, s) == 0) return true;
+  }
+  return false;
+}
+
+// Bytes from rank 0 to every rank (size first).
+std::vector<char> broadcast_bytes(Collective& dist, const std::vector<char>& bytes) {
+  std::vector<torch::Tensor> n = {torch::tensor({static_cast<int64_t>(bytes.size())}, torch::kLong)};
+  dist.broadcast(n);
+  const int64_t size = n[0].item<int64_t>();
+  std::vector<torch::Tensor> b = {torch::zeros({size}, torch::kByte)};
+  if (dist.rank() == 0 && size > 0) std::memcpy(b[0].data_ptr(), bytes.data(), static_cast<size_t>(size));
+  dist.broadcast(b);
+  const auto* p = static_cast<const char*>(b[0].data_ptr());
+  return std::vector<char>(p, p + size);
+}
+
 class Trainer {
  public:
   Trainer(const TrainConfig& cfg, Collective* dist) : cfg_(cfg), dist_(dist) {
@@ -82,6 +106,11 @@ class Trainer {
       for (std::string tok; std::getline(ss, tok, ',');)
         if (!tok.empty()) inject_nan_.insert(std::stoll(tok));
     }
+    // LIC_TEST_INJECT_DRIFT=K perturbs one weight on the last rank after step K (tests of the
+    // drift check); LIC_DIST_SYNC_TIMING=1 puts a barrier before the timed gradient all-reduce
+    // so allreduce_s measures the transfer alone, not waiting for the slowest rank.
+    if (const char* e = std::getenv("LIC_TEST_INJECT_DRIFT")) inject_drift_ = std::atoll(e);
+    if (const char* e = std::getenv("LIC_DIST_SYNC_TIMING")) sync_timing_ = std::string(e) == "1";
     lambda_ = cfg.quality > 0 ? lambda_for_quality(cfg.metric, cfg.quality) : cfg.lambda;
     rank0_ = !dist_ || dist_->rank() == 0;
     world_ = dist_ ? dist_->world_size() : 1;
@@ -92,6 +121,9 @@ class Trainer {
  private:
   void setup();
   void log_window(bool final);
+  void reduce_rate();
+  void check_drift();
+  void sync_schedule();
   void validate();
   void save(const std::string& file);
   void write_row(const nlohmann::json& row);
@@ -121,6 +153,11 @@ class Trainer {
   int64_t run_start_step_ = 0;
   double last_window_loss_ = 0;
   std::set<int64_t> inject_nan_;
+  // distributed
+  double w_allreduce_s_ = 0;
+  int stop_signal_ = 0;  // signal seen by any rank (agreed at every step)
+  int64_t inject_drift_ = -1;
+  bool sync_timing_ = false;
 };
 
 void Trainer::setup() {
@@ -145,9 +182,16 @@ void Trainer::setup() {
   lr_ = cfg_.lr;
 
   Checkpoint ck;
-  const bool resuming = cfg_.resume && fs::exists(last);
-  if (cfg_.resume && !resuming) spdlog::warn("--resume: no {} yet, starting a new run", last.string());
-  if (resuming) {
+  // Rank 0 alone reads the checkpoint and sends the others what they need (weights,
+  // optimizer state, counters): the ranks need no shared file system.
+  bool resuming = rank0_ && cfg_.resume && fs::exists(last);
+  if (dist_) {
+    std::vector<torch::Tensor> h = {torch::tensor({static_cast<int64_t>(resuming)}, torch::kLong)};
+    dist_->broadcast(h);
+    resuming = h[0].item<int64_t>() != 0;
+  }
+  if (cfg_.resume && !resuming && rank0_) spdlog::warn("--resume: no {} yet, starting a new run", last.string());
+  if (resuming && rank0_) {
     ck = load_checkpoint(last.string());
     check(ck.meta.name == meta_.name && ck.meta.N == meta_.N && ck.meta.M == meta_.M,
           "checkpoint " + last.string() + " is " + ck.meta.name + " N=" + std::to_string(ck.meta.N) + " M=" +
@@ -165,6 +209,10 @@ void Trainer::setup() {
       auto gen = at::detail::getDefaultCPUGenerator();
       gen.set_state(ck.torch_rng);
     }
+    const int64_t ck_world = s.value("world_size", int64_t{1});
+    if (dist_ && ck_world != world_)
+      spdlog::info("resuming a run of {} process(es) with {}: the global batch is now {}x{}", ck_world, world_, world_,
+                   cfg_.batch_size);
   } else {
     torch::manual_seed(cfg_.seed);
     ModelOptions mo;
@@ -181,9 +229,31 @@ void Trainer::setup() {
   if (dist_) {  // every rank starts from rank 0's weights and buffers
     std::vector<torch::Tensor> all;
     for (auto& [k, t] : state_dict(*model_))
-      if (t.numel() > 0) all.push_back(t);
+      if (t.numel() > 0 && !is_table_buffer(k)) all.push_back(t);
     torch::NoGradGuard ng;
     dist_->broadcast(all);
+    if (resuming) {  // counters, schedule and RNG of the checkpoint
+      std::vector<torch::Tensor> st = {
+          torch::tensor({static_cast<double>(step_), lr_, best_loss_, plateau_best_,
+                         static_cast<double>(plateau_wait_), static_cast<double>(skipped_)},
+                        torch::kDouble),
+          at::detail::getDefaultCPUGenerator().get_state()};
+      dist_->broadcast(st);
+      auto v = st[0].contiguous();
+      const double* p = v.data_ptr<double>();
+      step_ = static_cast<int64_t>(p[0]);
+      lr_ = p[1];
+      best_loss_ = p[2];
+      plateau_best_ = p[3];
+      plateau_wait_ = static_cast<int64_t>(p[4]);
+      skipped_ = static_cast<int64_t>(p[5]);
+      if (!rank0_) {
+        auto gen = at::detail::getDefaultCPUGenerator();
+        gen.set_state(st[1]);
+      }
+      ck.optimizer = broadcast_bytes(*dist_, ck.optimizer);
+      ck.aux_optimizer = broadcast_bytes(*dist_, ck.aux_optimizer);
+    }
   }
   opt_ = std::make_unique<torch::optim::Adam>(model_->main_parameters(), torch::optim::AdamOptions(lr_));
   aux_opt_ = std::make_unique<torch::optim::Adam>(model_->aux_parameters(), torch::optim::AdamOptions(cfg_.aux_lr));
@@ -227,9 +297,11 @@ void Trainer::setup() {
   int64_t params = 0;
   for (auto& p : model_->parameters()) params += p.numel();
   if (rank0_)
-    spdlog::info("{} N={} M={} ({:.2f} M parameters), lambda={} ({}), {} training images, batch {}x{} patch {}, {} threads{}",
+    spdlog::info("{} N={} M={} ({:.2f} M parameters), lambda={} ({}), {} training images, batch {}x{} patch {}, {} threads{}{}",
                  meta_.name, meta_.N, meta_.M, params / 1e6, lambda_, cfg_.metric, data_->size(), world_,
                  cfg_.batch_size, cfg_.patch, torch::get_num_threads(),
+                 dist_ ? fmt::format(" per process x {} processes (global batch {})", world_, world_ * cfg_.batch_size)
+                       : std::string(),
                  resuming ? ", resuming at step " + std::to_string(step_) : "");
 }
 
@@ -274,13 +346,14 @@ void Trainer::log_window(bool final) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - w_start_).count();
   // Sum the window over ranks: scalars, then the symbol histograms, so every rank logs
   // the same numbers and kl is computed on the global sample.
-  std::vector<double> s = {w_loss_, w_mse_, w_bpp_, w_msssim_, w_aux_, static_cast<double>(w_steps_)};
+  std::vector<double> s = {w_loss_, w_mse_, w_bpp_, w_msssim_, w_aux_, static_cast<double>(w_steps_), w_allreduce_s_};
   if (dist_) {
     std::vector<torch::Tensor> t = {torch::tensor(s, torch::kDouble)};
     dist_->all_reduce_sum(t);
     auto a = t[0].contiguous();
     s.assign(a.data_ptr<double>(), a.data_ptr<double>() + a.numel());
     for (auto& v : s) v /= world_;
+    reduce_rate();
   }
   const double n = s[5];
   nlohmann::json row;
@@ -310,21 +383,117 @@ void Trainer::log_window(bool final) {
   row["bad_files"] = data_->bad_count();
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_).count();
   row["elapsed_s"] = elapsed;
+  if (dist_) {
+    row["world_size"] = world_;
+    row["allreduce_s"] = s[6] / n;  // gradient all-reduce per step (metrics.jsonl only)
+  }
   last_window_loss_ = s[0] / n;
   write_row(row);
   if (rank0_) {
     const double rate = (step_ - run_start_step_) / std::max(elapsed, 1e-9);
     const double eta = (cfg_.steps - step_) / std::max(rate, 1e-9);
-    spdlog::info("step {:>7}/{} | loss {:8.4f} | bpp {:6.4f} ce {:6.4f} H {:6.4f} kl {:6.4f} | psnr {:6.2f} | aux {:8.2f} | {:5.1f} img/s | eta {}{}",
+    spdlog::info("step {:>7}/{} | loss {:8.4f} | bpp {:6.4f} ce {:6.4f} H {:6.4f} kl {:6.4f} | psnr {:6.2f} | aux {:8.2f} | {:5.1f} img/s{} | eta {}{}",
                  step_, cfg_.steps, s[0] / n, s[2] / n, r.ce_bpp(), r.entropy_bpp(), r.kl_bpp(),
-                 psnr_from_mse(s[1] / n), s[4] / n, row["images_per_s"].get<double>(), fmt_duration(eta),
+                 psnr_from_mse(s[1] / n), s[4] / n, row["images_per_s"].get<double>(),
+                 dist_ ? fmt::format(" | allreduce {:.1f} ms", 1e3 * s[6] / n) : std::string(), fmt_duration(eta),
                  skipped_ ? fmt::format(" | skipped {}", skipped_) : std::string());
   }
   (void)final;
+  if (dist_) check_drift();
   window_rate_.reset();
+  w_allreduce_s_ = 0;
   w_loss_ = w_mse_ = w_bpp_ = w_msssim_ = w_aux_ = 0;
   w_steps_ = w_images_ = 0;
   w_start_ = std::chrono::steady_clock::now();
+}
+
+// Sums the window's symbol histograms over the ranks (all-gather done as a sum of padded
+// rows), so ce / entropy / kl are those of the global sample.
+void Trainer::reduce_rate() {
+  const auto raw = window_rate_.raw();
+  const int64_t L = static_cast<int64_t>(raw.size()), W = world_, me = dist_->rank();
+  std::vector<std::string> names;
+  for (const auto& kv : raw) names.push_back(kv.first);
+  // Per rank and latent: histogram length; per latent: ce bits; and the pixel count.
+  auto sizes = torch::zeros({W, std::max<int64_t>(L, 1)}, torch::kLong);
+  auto bits = torch::zeros({L + 1}, torch::kDouble);
+  for (int64_t l = 0; l < L; ++l) {
+    sizes[me][l] = static_cast<int64_t>(raw.at(names[l]).keys.size());
+    bits[l] = raw.at(names[l]).ce_bits;
+  }
+  bits[L] = window_rate_.pixels();
+  std::vector<torch::Tensor> head = {sizes, bits};
+  dist_->all_reduce_sum(head);
+  sizes = head[0].contiguous();
+  bits = head[1].contiguous();
+  std::vector<torch::Tensor> rows;  // per latent: keys [W, max], counts [W, max]
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t len = sizes.select(1, l).max().item<int64_t>();
+    auto keys = torch::zeros({W, len}, torch::kLong), counts = torch::zeros({W, len}, torch::kLong);
+    const auto& r = raw.at(names[l]);
+    const int64_t n = static_cast<int64_t>(r.keys.size());
+    if (n > 0) {
+      std::memcpy(keys[me].data_ptr<int64_t>(), r.keys.data(), n * sizeof(int64_t));
+      std::memcpy(counts[me].data_ptr<int64_t>(), r.counts.data(), n * sizeof(int64_t));
+    }
+    rows.push_back(keys);
+    rows.push_back(counts);
+  }
+  dist_->all_reduce_sum(rows);
+  RateAccumulator merged;
+  for (int64_t l = 0; l < L; ++l) {
+    auto keys = rows[2 * l].contiguous(), counts = rows[2 * l + 1].contiguous();
+    for (int64_t q = 0; q < W; ++q) {
+      const int64_t n = sizes[q][l].item<int64_t>();
+      const int64_t* kp = keys[q].data_ptr<int64_t>();
+      const int64_t* cp = counts[q].data_ptr<int64_t>();
+      merged.merge_counts(names[l], std::vector<int64_t>(kp, kp + n), std::vector<int64_t>(cp, cp + n),
+                          q == 0 ? bits[l].item<double>() : 0.0);
+    }
+  }
+  merged.add_pixels(bits[L].item<double>());
+  window_rate_ = std::move(merged);
+}
+
+// All ranks apply the same averaged gradients, so their weights must stay equal: compare a
+// checksum of every parameter with rank 0's and stop everywhere if any rank drifted.
+void Trainer::check_drift() {
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> sums;
+  for (auto& p : model_->parameters()) {
+    auto d = p.detach().to(torch::kCPU, torch::kDouble);
+    sums.push_back(torch::stack({d.sum(), d.abs().sum(), (d * d).sum()}));
+  }
+  auto mine = torch::stack(sums);  // [P, 3]: sum, sum |p|, sum p^2
+  std::vector<torch::Tensor> ref = {mine.clone()};
+  dist_->broadcast(ref);
+  // Relative to the magnitude (sum |p|, sum p^2), so rounding in a sum near 0 is no alarm.
+  auto scale = torch::stack({ref[0].select(1, 1), ref[0].select(1, 1), ref[0].select(1, 2)}, 1).abs() + 1e-30;
+  const double diff = ((mine - ref[0]).abs() / scale).max().item<double>();
+  const bool drifted = !(diff <= 1e-6);
+  std::vector<torch::Tensor> agg = {torch::tensor({drifted ? 1.0 : 0.0, drifted ? diff : 0.0}, torch::kDouble)};
+  dist_->all_reduce_sum(agg);
+  const double ndrift = agg[0][0].item<double>();
+  if (ndrift > 0)
+    throw Error(fmt::format(
+        "parameters differ between ranks at step {}: {} of {} rank(s) no longer match rank 0 (relative checksum "
+        "difference {:.3g} on average). The ranks must run the same build, data and settings; stopping (last.ckpt keeps "
+        "the last checkpointed step)",
+        step_, static_cast<int>(ndrift), world_, agg[0][1].item<double>() / ndrift));
+}
+
+// Rank 0 validated (plateau scheduler, best loss): every rank takes its schedule.
+void Trainer::sync_schedule() {
+  std::vector<torch::Tensor> t = {
+      torch::tensor({lr_, best_loss_, plateau_best_, static_cast<double>(plateau_wait_)}, torch::kDouble)};
+  dist_->broadcast(t);
+  auto v = t[0].contiguous();
+  const double* p = v.data_ptr<double>();
+  if (p[0] != lr_) set_lr(*opt_, p[0]);
+  lr_ = p[0];
+  best_loss_ = p[1];
+  plateau_best_ = p[2];
+  plateau_wait_ = static_cast<int64_t>(p[3]);
 }
 
 void Trainer::validate() {
@@ -422,12 +591,23 @@ TrainResult Trainer::run() {
         if (rank0_) spdlog::info("step {}: learning rate -> {:g}", step_, lr_);
       }
     const bool last = step_ == cfg_.steps;
+    bool rank0_work = false;  // validation and checkpoints run on rank 0 alone
     if (step_ % cfg_.log_every == 0 || last) log_window(last);
-    if (step_ % cfg_.val_every == 0 || last) validate();
-    if (step_ % cfg_.ckpt_every == 0 || last) save("last.ckpt");
+    if (step_ % cfg_.val_every == 0 || last) {
+      validate();
+      rank0_work = rank0_work || !cfg_.val.empty();
+    }
+    if (step_ % cfg_.ckpt_every == 0 || last) {
+      save("last.ckpt");
+      rank0_work = true;
+    }
+    if (dist_ && rank0_work) {
+      if (auto* d = dynamic_cast<DistCollective*>(dist_)) d->wait_for_rank0();
+      sync_schedule();
+    }
   };
   while (step_ < cfg_.steps) {
-    if (g_signal) break;
+    if (dist_ ? stop_signal_ != 0 : g_signal != 0) break;
     auto batch = loader_->next();
     const auto x = batch.x.to(device_);
     const int64_t B = x.size(0), P = cfg_.patch;
@@ -440,33 +620,42 @@ TrainResult Trainer::run() {
     auto out = model_->forward(x, &noise);
     auto t = rd_loss(out, x, lambda_, cfg_.metric, pixels);
     t.loss.backward();
-    if (dist_) {
+    if (dist_) {  // average the gradients over the ranks (flattened buckets)
       std::vector<torch::Tensor> grads;
       for (auto& p : main_params)
         if (p.grad().defined()) grads.push_back(p.grad());
+      if (sync_timing_) dist_->barrier();
+      const auto t0 = std::chrono::steady_clock::now();
       dist_->all_reduce_mean(grads);
+      w_allreduce_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
     double norm = torch::nn::utils::clip_grad_norm_(main_params, cfg_.clip_max_norm);
     double loss_v = t.loss.item<double>();
     if (inject_nan_.count(step_ + 1)) loss_v = norm = NAN;  // fault-injection hook for tests
     // NaN/Inf guard: the step is skipped so the weights stay those of the last good step.
     double bad = (!std::isfinite(loss_v) || !std::isfinite(norm)) ? 1.0 : 0.0;
-    if (dist_) {  // all ranks must agree to skip
-      std::vector<torch::Tensor> b = {torch::tensor({bad}, torch::kDouble)};
+    if (dist_) {  // all ranks must agree to skip, and to stop on a signal any of them got
+      const int sig = g_signal.load();
+      std::vector<torch::Tensor> b = {
+          torch::tensor({bad, sig == SIGINT ? 1.0 : 0.0, sig != 0 && sig != SIGINT ? 1.0 : 0.0}, torch::kDouble)};
       dist_->all_reduce_sum(b);
-      bad = b[0].item<double>();
+      auto v = b[0].contiguous();
+      bad = v[0].item<double>();
+      if (v[1].item<double>() > 0) stop_signal_ = SIGINT;
+      else if (v[2].item<double>() > 0) stop_signal_ = SIGTERM;
     }
     if (bad > 0) {
       ++skipped_;
       if (++bad_run_ >= cfg_.max_bad_steps) {
         save("last.ckpt");
-        spdlog::error("{} consecutive steps with NaN/Inf loss or gradients at step {}: stopping. last.ckpt holds the weights of step {} (before the problem); lower --lr or check the data.",
+        if (rank0_)
+          spdlog::error("{} consecutive steps with NaN/Inf loss or gradients at step {}: stopping. last.ckpt holds the weights of step {} (before the problem); lower --lr or check the data.",
                       bad_run_, step_, step_);
         res.exit_code = 3;
         res.step = step_;
         return res;
       }
-      spdlog::warn("step {}: non-finite loss or gradient, step skipped ({} in a row)", step_ + 1, bad_run_);
+      if (rank0_) spdlog::warn("step {}: non-finite loss or gradient, step skipped ({} in a row)", step_ + 1, bad_run_);
       ++step_;
       periodic();
       continue;
@@ -482,7 +671,9 @@ TrainResult Trainer::run() {
       if (dist_) {
         std::vector<torch::Tensor> g;
         for (auto& p : aux_params) g.push_back(p.grad());
+        const auto t0 = std::chrono::steady_clock::now();
         dist_->all_reduce_mean(g);
+        w_allreduce_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       }
       aux_opt_->step();
       aux_v = aux.item<double>();
@@ -502,16 +693,22 @@ TrainResult Trainer::run() {
     ++w_steps_;
     w_images_ += B;
     ++step_;
+    if (step_ == inject_drift_ && dist_ && dist_->rank() == world_ - 1) {  // fault-injection hook for tests
+      torch::NoGradGuard ng;
+      main_params[0].view(-1)[0].add_(1e-2);
+    }
     periodic();
   }
-  if (g_signal) {
+  // One process stops on its own signal; ranks stop together on the one they agreed on.
+  const int sig = dist_ ? stop_signal_ : g_signal.load();
+  if (sig) {
     log_window(true);
     save("last.ckpt");
     if (rank0_)
       spdlog::warn("interrupted at step {}: {} saved; continue with --resume", step_, (out_ / "last.ckpt").string());
-    res.exit_code = 128 + g_signal.load();
+    res.exit_code = 128 + sig;
   }
-  if (cfg_.val.empty() && rank0_ && !g_signal) {
+  if (cfg_.val.empty() && rank0_ && !sig) {
     // No validation set: the final model is also the best one we know of.
     best_loss_ = last_window_loss_;
     save("best.ckpt");

@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build git pkg-config
       libtorch-dev libopenblas0-openmp libopencv-dev libcxxopts-dev libspdlog-dev
-      libyaml-cpp-dev nlohmann-json3-dev libgtest-dev)
+      libyaml-cpp-dev nlohmann-json3-dev libgtest-dev libgloo-dev)
 if [[ "${1:-}" == "--test" ]]; then
   # python3-torch: CompressAI interop check and torchrun; matplotlib: plots
   pkgs+=(python3-torch python3-matplotlib clang libclang-rt-14-dev)

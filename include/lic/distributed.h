@@ -2,7 +2,7 @@
 // ProcessGroupGloo (CPU) or ProcessGroupNCCL (CUDA builds) for the collectives. The
 // launcher is torchrun (its RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT
 // environment is read as-is) or anything that passes the same values as flags.
-// See docs/DISTRIBUTED.md.
+// See the README section "Distributed (data-parallel) training".
 #pragma once
 #include <memory>
 #include <string>

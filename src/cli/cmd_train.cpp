@@ -17,7 +17,7 @@ int cmd_train(int argc, char** argv) {
                                   "Data-parallel: start it with torchrun (PyTorch 1.13: torchrun --no_python --standalone\n"
                                   "--nproc_per_node 2 --redirects 2 --tee 2 lic train ...) or pass --world-size/--rank/\n"
                                   "--master-addr/--master-port to each process; the global batch is --batch-size x world\n"
-                                  "size (docs/DISTRIBUTED.md).\n");
+                                  "size (README: Distributed training).\n");
   // clang-format off
   o.add_options()
     ("config", "YAML configuration (configs/*.yaml)", cxxopts::value<std::string>())

@@ -14,6 +14,7 @@
 
 #include "lic/atomic_file.h"
 #include "lic/checkpoint.h"
+#include "lic/codec.h"
 #include "lic/data.h"
 #include "lic/distributed.h"
 #include "lic/error.h"
@@ -62,13 +63,6 @@ RdTerms rd_loss(const ForwardOutput& o, const torch::Tensor& x, double lambda, c
     t.loss = lambda * 255 * 255 * t.mse + t.bpp;
   }
   return t;
-}
-
-torch::Tensor pad64(const torch::Tensor& x) {
-  const int64_t H = x.size(2), W = x.size(3);
-  const int64_t ph = (64 - H % 64) % 64, pw = (64 - W % 64) % 64;
-  if (!ph && !pw) return x;
-  return torch::nn::functional::pad(x, torch::nn::functional::PadFuncOptions({0, pw, 0, ph}).mode(torch::kReplicate));
 }
 
 void set_lr(torch::optim::Optimizer& opt, double lr) {
@@ -506,7 +500,7 @@ void Trainer::validate() {
     torch::NoGradGuard ng;
     for (const auto& x0 : val_images_) {
       const int64_t H = x0.size(2), W = x0.size(3);
-      auto out = model_->forward(pad64(x0));
+      auto out = model_->forward(pad_for_codec(x0));
       using torch::indexing::Slice;
       out.x_hat = out.x_hat.index({Slice(), Slice(), Slice(0, H), Slice(0, W)});
       auto t = rd_loss(out, x0, lambda_, cfg_.metric, static_cast<double>(H * W));

@@ -15,16 +15,14 @@ import math
 import os
 import sys
 
+from plot_common import InputError, error, prog_name, pyplot, save
+
 PANELS = [
     ("loss", ["loss"]),
     ("rate [bpp]", ["bpp", "ce", "entropy"]),
     ("kl", ["kl"]),
     ("PSNR [dB]", ["psnr"]),
 ]
-
-
-class InputError(Exception):
-    pass
 
 
 def to_float(s):
@@ -77,21 +75,15 @@ def main(argv=None):
     ap.add_argument("-o", "--output", required=True, help="output image (png, pdf, svg...)")
     ap.add_argument("--title", default=None, help="figure title (default: the run directory)")
     args = ap.parse_args(argv)
-    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "plot_metrics.py"
+    prog = prog_name("plot_metrics.py")
 
     try:
         series = load(args.csv)
     except InputError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
+        return error(prog, e)
 
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"{prog}: error: matplotlib is not installed for {sys.executable} "
-              "(use /usr/bin/python3)", file=sys.stderr)
+    plt = pyplot(prog)
+    if plt is None:
         return 1
 
     panels = [(t, [c for c in cols if (c, False) in series or (c, True) in series]) for t, cols in PANELS]
@@ -116,15 +108,7 @@ def main(argv=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    try:
-        out_dir = os.path.dirname(os.path.abspath(args.output))
-        if not os.path.isdir(out_dir):
-            raise OSError(f"no such directory {out_dir}")
-        fig.savefig(args.output, dpi=120)
-    except (OSError, ValueError) as e:
-        print(f"{prog}: error: cannot write {args.output}: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return save(fig, args.output, prog, 120)
 
 
 if __name__ == "__main__":

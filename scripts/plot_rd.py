@@ -17,13 +17,11 @@ import math
 import os
 import sys
 
+from plot_common import InputError, error, prog_name, pyplot, save
+
 PSNR_KEYS = ("psnr-rgb", "psnr")
 MSSSIM_KEYS = ("ms-ssim-rgb", "ms-ssim", "msssim")
 DB_CAP = 100.0  # same cap as lic::kPsnrCap / lic::ms_ssim_db
-
-
-class InputError(Exception):
-    pass
 
 
 def ms_ssim_db(v):
@@ -106,7 +104,7 @@ def main(argv=None):
     ap.add_argument("-o", "--output", required=True, help="output image (png, pdf, svg...)")
     ap.add_argument("--title", default=None, help="figure title")
     args = ap.parse_args(argv)
-    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "plot_rd.py"
+    prog = prog_name("plot_rd.py")
 
     try:
         curves = {}  # name -> points, in first-seen order
@@ -114,16 +112,10 @@ def main(argv=None):
             for name, pts in load_reports(path):
                 curves.setdefault(name, []).extend(pts)
     except InputError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
+        return error(prog, e)
 
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"{prog}: error: matplotlib is not installed for {sys.executable} "
-              "(use /usr/bin/python3)", file=sys.stderr)
+    plt = pyplot(prog)
+    if plt is None:
         return 1
 
     fig, (ax_p, ax_m) = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -151,15 +143,7 @@ def main(argv=None):
     if args.title:
         fig.suptitle(args.title)
     fig.tight_layout()
-    try:
-        out_dir = os.path.dirname(os.path.abspath(args.output))
-        if not os.path.isdir(out_dir):
-            raise OSError(f"no such directory {out_dir}")
-        fig.savefig(args.output, dpi=130)
-    except (OSError, ValueError) as e:
-        print(f"{prog}: error: cannot write {args.output}: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return save(fig, args.output, prog, 130)
 
 
 if __name__ == "__main__":

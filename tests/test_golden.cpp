@@ -64,7 +64,14 @@ TEST_P(Golden, ForwardMatchesCompressAI) {
   EXPECT_EQ(model->M(), 48);
   auto o = model->forward(golden_input());
   EXPECT_LT(max_abs(o.y, find_tensor(out, "y")), 1e-4);
-  EXPECT_TRUE(torch::equal(o.y_hat, find_tensor(out, "y_hat"))) << "y_hat differs";
+  // The hyperpriors' y_hat = round(y) is integer-valued and must match exactly. The
+  // mean-scale model's is round(y - means) + means: its fractional part is a network output,
+  // which another CPU's convolution kernels change in the last bits (AVX-512 vs AVX2), so it
+  // is compared to float precision; a symbol that rounded differently would be off by ~1.
+  if (has(out, "means_hat"))
+    EXPECT_LT(max_abs(o.y_hat, find_tensor(out, "y_hat")), 1e-4) << "y_hat differs";
+  else
+    EXPECT_TRUE(torch::equal(o.y_hat, find_tensor(out, "y_hat"))) << "y_hat differs";
   EXPECT_LT(max_abs(o.x_hat, find_tensor(out, "x_hat")), 1e-4);
   EXPECT_LT(max_abs(o.likelihoods[0].second, find_tensor(out, "likelihoods_y")), 1e-4);
   if (model->has_hyperprior()) {

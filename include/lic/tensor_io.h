@@ -1,5 +1,7 @@
-// Plain dicts of tensors in PyTorch's torch.save zip format: what Python's torch.load and
-// CompressAI read and write (torch::pickle_save / pickle_load).
+// Dicts of tensors in PyTorch's torch.save zip format: what Python's torch.load and
+// CompressAI read and write. Written with torch::pickle_save; read with lic's own pickle
+// reader (pickle_reader.h), which also reads collections.OrderedDict state dicts and
+// training checkpoints.
 #pragma once
 #include <torch/torch.h>
 
@@ -11,9 +13,10 @@ namespace lic {
 
 using TensorDict = std::vector<std::pair<std::string, torch::Tensor>>;
 
-// Reads a torch.save'd dict {str: tensor}. Nested dicts are flattened with dotted keys
-// ({"state_dict": {...}} -> "state_dict.x"); non-tensor values are skipped. A missing,
-// truncated or foreign file is one lic::Error.
+// Reads a torch.save'd dict {str: tensor} (a plain dict or an OrderedDict). Nested dicts
+// are flattened with dotted keys ({"state_dict": {...}} -> "state_dict.x"); non-string keys
+// and non-tensor values are skipped. A missing, truncated, foreign or hostile file is one
+// lic::Error.
 TensorDict load_tensor_dict(const std::string& path);
 TensorDict parse_tensor_dict(const std::vector<char>& bytes, const std::string& what);
 // Writes {str: tensor} atomically, readable by torch.load.

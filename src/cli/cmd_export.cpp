@@ -115,20 +115,9 @@ ArchiveInfo peek_archive(const std::vector<uint8_t>& raw) {
   return info;
 }
 
-// A torch.save'd dict of tensors. Python's nn.Module.state_dict() is a
-// collections.OrderedDict, which LibTorch's unpickler cannot rebuild (it reads plain dicts
-// only): say so, with the one-line fix, instead of "truncated or foreign".
+// A torch.save'd dict of tensors, OrderedDicts and training checkpoints included.
 TensorDict load_python_dict(const std::string& path, const std::vector<uint8_t>& raw) {
-  try {
-    return parse_tensor_dict(std::vector<char>(raw.begin(), raw.end()), path);
-  } catch (const Error&) {
-    static const std::string od = "collections\nOrderedDict";
-    if (std::search(raw.begin(), raw.end(), od.begin(), od.end()) != raw.end())
-      throw Error(path + ": holds a Python OrderedDict (torch.save(net.state_dict())), which LibTorch cannot read; "
-                         "save a plain dict instead: torch.save(dict(net.state_dict()), \"" +
-                  fs::path(path).filename().string() + "\")");
-    throw;
-  }
+  return parse_tensor_dict(std::vector<char>(raw.begin(), raw.end()), path);
 }
 
 // The architecture a normalized CompressAI state dict looks like ("" if unknown).

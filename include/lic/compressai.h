@@ -9,8 +9,9 @@
 namespace lic {
 
 // Normalises a CompressAI state dict to lic's (= CompressAI >= 1.2.7) names: unwraps
-// "state_dict." / "model." nesting, strips "module." (DataParallel), maps the legacy
-// entropy_bottleneck._matrix{i} / _bias{i} / _factor{i} names.
+// "state_dict." / "model." nesting (dropping a checkpoint's other entries, such as "loss"),
+// strips "module." (DataParallel), maps the legacy entropy_bottleneck._matrix{i} / _bias{i} /
+// _factor{i} names.
 TensorDict normalize_compressai_keys(const TensorDict& d);
 // lic model -> CompressAI state dict (tables current). legacy: v1.2.4-style names.
 TensorDict to_compressai(CompressionModel& model, bool legacy_names = false);

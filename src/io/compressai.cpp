@@ -1,5 +1,6 @@
 #include "lic/compressai.h"
 
+#include <algorithm>
 #include <regex>
 
 #include "lic/error.h"
@@ -8,8 +9,14 @@ namespace lic {
 
 TensorDict normalize_compressai_keys(const TensorDict& d) {
   static const std::regex legacy(R"(^(.*entropy_bottleneck)\._(matrix|bias|factor)(\d+)$)");
+  // A training checkpoint ({"state_dict": ..., "loss": ..., ...}) holds other tensors next to
+  // the weights (CompressAI's train.py saves the loss as a 0-d tensor): when the weights are
+  // wrapped, only the wrapped keys are weights.
+  const auto wrapped = [](const std::string& k) { return k.rfind("state_dict.", 0) == 0 || k.rfind("model.", 0) == 0; };
+  const bool any_wrapped = std::any_of(d.begin(), d.end(), [&](const auto& kv) { return wrapped(kv.first); });
   TensorDict out;
   for (const auto& [key0, t] : d) {
+    if (any_wrapped && !wrapped(key0)) continue;
     std::string key = key0;
     for (const char* wrap : {"state_dict.", "model.", "module."})
       if (key.rfind(wrap, 0) == 0) key = key.substr(std::string(wrap).size());

@@ -416,16 +416,11 @@ TEST(PythonInterop, ExportCheckResaveImportIsIdentical) {
       EXPECT_EQ(back->gaussian_conditional->scale_table.size(0), 100);
     }
   }
-  // LibTorch 1.13 cannot unpickle an OrderedDict: until tensor_io reads them, import must
-  // fail with one line that gives the fix; once it does, the import must be exact.
+  // The OrderedDict (LibTorch's own unpickler cannot read it) imports exactly like the plain dict.
   const auto& od = r.back();
-  if (od.rc == 0) {
-    expect_same_state(*cases[1].model, *load_model(dir / "ordered.licm"));
-  } else {
-    EXPECT_EQ(od.err_lines(), 1) << od.err;
-    EXPECT_EQ(od.err.rfind("lic import: ", 0), 0u) << od.err;
-    EXPECT_NE(od.err.find("torch.save(dict(net.state_dict())"), std::string::npos) << od.err;
-  }
+  ASSERT_EQ(od.rc, 0) << od.err;
+  EXPECT_EQ(od.err, "");
+  expect_same_state(*cases[1].model, *load_model(dir / "ordered.licm"));
 }
 
 // --- (c) import errors: non-zero exit, exactly one stderr line ---------------------------

@@ -395,7 +395,7 @@ nlohmann::json info_compressai(const std::string& path, const TensorDict& sd) {
   }
   return {{"file", path},
           {"kind", "compressai-state-dict"},
-          {"tensors", sd.size()},
+          {"tensors", d.size()},
           {"architecture_guess", compressai_name(arch)},
           {"N", N},
           {"M", M},

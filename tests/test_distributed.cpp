@@ -205,6 +205,16 @@ class Distributed : public ::testing::Test {
            " --out " + out.string() + " --steps " + std::to_string(steps) + " --batch-size " + std::to_string(batch) +
            " --log-every 1 --val-every 100000 --ckpt-every 100000";
   }
+  // Waits until rank 0 has logged a training step in `out` (so the ranks are past the
+  // rendezvous and inside the loop); fails the test if it exits or takes over 40 s.
+  void wait_until_training(Job& job, const fs::path& out) {
+    const auto t_start = std::chrono::steady_clock::now();
+    while (slurp(out / "metrics.csv").find("train") == std::string::npos) {
+      ASSERT_LT(std::chrono::steady_clock::now() - t_start, std::chrono::seconds(40)) << slurp(job.ranks[0].log);
+      ASSERT_FALSE(wait_for(job.ranks[0], 0)) << slurp(job.ranks[0].log);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
   TempDir tmp_;
   std::string data_;
 };
@@ -258,13 +268,7 @@ TEST_F(Distributed, TwoRanksMatchOneRankWithTheGlobalBatch) {
 
 TEST_F(Distributed, KilledRankMakesTheOtherFail) {
   auto job = spawn_ranks(train_args(tmp_.path / "run", 1000000, 2) + " --dist-timeout 10", tmp_.path);
-  // Wait until training runs (rank 0 has logged a step), then kill rank 1.
-  const auto t_start = std::chrono::steady_clock::now();
-  while (slurp(tmp_.path / "run" / "metrics.csv").find("train") == std::string::npos) {
-    ASSERT_LT(std::chrono::steady_clock::now() - t_start, std::chrono::seconds(40)) << slurp(job.ranks[0].log);
-    ASSERT_FALSE(wait_for(job.ranks[0], 0)) << slurp(job.ranks[0].log);
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  ASSERT_NO_FATAL_FAILURE(wait_until_training(job, tmp_.path / "run"));  // then kill rank 1
   ::kill(job.ranks[1].pid, SIGKILL);
   const auto t_kill = std::chrono::steady_clock::now();
   ASSERT_TRUE(wait_for(job.ranks[0], 20)) << "rank 0 still running 20 s after rank 1 was killed";
@@ -277,12 +281,7 @@ TEST_F(Distributed, KilledRankMakesTheOtherFail) {
 
 TEST_F(Distributed, HungRankMakesTheOtherFailWithinTheTimeout) {
   auto job = spawn_ranks(train_args(tmp_.path / "run", 1000000, 2) + " --dist-timeout 5", tmp_.path);
-  const auto t_start = std::chrono::steady_clock::now();
-  while (slurp(tmp_.path / "run" / "metrics.csv").find("train") == std::string::npos) {
-    ASSERT_LT(std::chrono::steady_clock::now() - t_start, std::chrono::seconds(40)) << slurp(job.ranks[0].log);
-    ASSERT_FALSE(wait_for(job.ranks[0], 0)) << slurp(job.ranks[0].log);
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  ASSERT_NO_FATAL_FAILURE(wait_until_training(job, tmp_.path / "run"));
   ::kill(job.ranks[1].pid, SIGSTOP);  // alive, connected, silent
   const auto t_stop = std::chrono::steady_clock::now();
   ASSERT_TRUE(wait_for(job.ranks[0], 25)) << "rank 0 still waiting 25 s after rank 1 hung (timeout 5 s)";
@@ -297,12 +296,7 @@ TEST_F(Distributed, HungRankMakesTheOtherFailWithinTheTimeout) {
 TEST_F(Distributed, SignalOnOneRankStopsBothAtTheSameStep) {
   const auto out = tmp_.path / "run";
   auto job = spawn_ranks(train_args(out, 1000000, 2), tmp_.path);
-  const auto t_start = std::chrono::steady_clock::now();
-  while (slurp(out / "metrics.csv").find("train") == std::string::npos) {
-    ASSERT_LT(std::chrono::steady_clock::now() - t_start, std::chrono::seconds(40)) << slurp(job.ranks[0].log);
-    ASSERT_FALSE(wait_for(job.ranks[0], 0)) << slurp(job.ranks[0].log);
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  ASSERT_NO_FATAL_FAILURE(wait_until_training(job, out));
   ::kill(job.ranks[1].pid, SIGTERM);
   for (auto& p : job.ranks) {
     ASSERT_TRUE(wait_for(p, 20)) << slurp(p.log);
